@@ -53,6 +53,7 @@ setup(
         'console_scripts': [
             'bert-serving-start=bert_serving.server.cli:main',
             'bert-serving-terminate=bert_serving.server.cli:terminate',
+            'bert-serving-benchmark=bert_serving.server.benchmark:main',
         ],
     },
     classifiers=[

@@ -93,3 +93,23 @@ def test_killed_server_takes_children_along():
     server.process.kill()
     server.wait_exit(30)
     assert_all_gone(pids)
+
+
+def test_benchmark_writes_table(tmp_path):
+    from conftest import free_port
+    output = tmp_path / 'benchmark.md'
+    result = subprocess.run(
+        [sys.executable, '-m', 'bert_serving.server.benchmark', '-port', str(free_port()),
+         '-port_out', str(free_port()), '-test_client_batch_size', '1', '8',
+         '-test_max_batch_size', '-test_max_seq_len', '-test_num_client', '2',
+         '-test_pooling_layer', '-num_repeat', '3', '-max_seq_len', '16',
+         '-client_batch_size', '4',
+         '-output_file', str(output)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = output.read_text()
+    assert '| client_batch_size | sentences/s |' in table
+    assert '| num_client | sentences/s |' in table
+    rows = [line for line in table.splitlines() if line.startswith('| ') and '---' not in line
+            and 'sentences/s' not in line]
+    assert len(rows) == 3
+    assert all(float(row.split('|')[2]) > 0 for row in rows)
