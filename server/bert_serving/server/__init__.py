@@ -181,8 +181,9 @@ class BertServer(threading.Thread):
         self.device_map = assign_devices(self.num_worker, self.args.cpu, self.args.device_map,
                                          [] if self.args.cpu else list_available_gpus(self.logger),
                                          self.logger)
-        if self.args.fp16 and all(d < 0 for d in self.device_map):
-            self.logger.warning('-fp16 needs a GPU; the CPU workers compute in float32')
+        if self.args.fp16:
+            # TODO: float16 inference on GPU workers; every worker computes in float32 for now.
+            self.logger.warning('-fp16 is not implemented yet, so all workers compute in float32')
         num_cpu_workers = sum(1 for d in self.device_map if d < 0)
         self.cpu_threads = cpu_threads_per_worker(num_cpu_workers)
         for worker_id in range(self.num_worker):
@@ -259,7 +260,7 @@ class BertServer(threading.Thread):
             self.logger.error('%s failed: %s', name, frames[2].decode(errors='replace'))
 
     def _on_request(self, frames):
-        """Handle one client message; return True when it asks the server to terminate."""
+        """Handle one client message; return True for a TERMINATION request."""
         if len(frames) != 4:
             self.logger.error('dropped a malformed request with %d frames instead of 4 '
                               '(identity, payload, request id, length)', len(frames))
