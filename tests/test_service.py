@@ -222,3 +222,11 @@ def test_two_workers_serve(two_worker_server, reference):
     assert np.abs(vectors - np.tile(expected, (10, 1))).max() < TOLERANCE
     log = two_worker_server.log
     assert 'WORKER-0' in log and 'WORKER-1' in log
+
+
+def test_text_empty_after_cleaning_is_encoded(client):
+    # Control characters are removed by tokenization, leaving only [CLS] and [SEP].
+    vectors = client.encode(['\x00\x07', 'still fine'])
+    assert vectors.shape == (2, 384)
+    assert np.all(np.isfinite(vectors))
+    assert client.encode(['after that']).shape == (1, 384)

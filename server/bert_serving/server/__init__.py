@@ -181,9 +181,9 @@ class BertServer(threading.Thread):
         self.device_map = assign_devices(self.num_worker, self.args.cpu, self.args.device_map,
                                          [] if self.args.cpu else list_available_gpus(self.logger),
                                          self.logger)
-        if self.args.fp16:
-            # TODO: float16 inference on GPU workers; every worker computes in float32 for now.
-            self.logger.warning('-fp16 is not implemented yet, so all workers compute in float32')
+        if self.args.fp16 and any(d < 0 for d in self.device_map):
+            self.logger.warning('-fp16 applies to GPU workers only; CPU workers compute in '
+                                'float32')
         num_cpu_workers = sum(1 for d in self.device_map if d < 0)
         self.cpu_threads = cpu_threads_per_worker(num_cpu_workers)
         for worker_id in range(self.num_worker):

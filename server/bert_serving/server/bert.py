@@ -30,10 +30,12 @@ class BertEncoder(tf.Module):
         config: the model's BertConfig.
         weights: float32 arrays keyed by Google checkpoint name (see `model_dir`).
         use_position_embeddings: False drops position embeddings (-no_position_embeddings).
+        compute_dtype: tf.float16 runs the matmuls and embeddings in half precision, while
+            LayerNorm, softmax and the returned hidden states stay float32 (-fp16).
     """
 
     def __init__(self, config: BertConfig, weights: Dict[str, np.ndarray],
-                 use_position_embeddings=True):
+                 use_position_embeddings=True, compute_dtype=tf.float32):
         super().__init__(name='bert')
         if config.hidden_act not in _ACTIVATIONS:
             raise ValueError('unsupported hidden_act %r in the model config: supported are %s'
@@ -46,18 +48,23 @@ class BertEncoder(tf.Module):
         self.use_position_embeddings = use_position_embeddings
         self.num_heads = config.num_attention_heads
         self.head_size = config.hidden_size // config.num_attention_heads
-        self.variables_by_name = {name: tf.Variable(value, trainable=False,
-                                                    name=name.replace('/', '.'))
-                                  for name, value in weights.items()}
+        self.compute_dtype = compute_dtype
+        # LayerNorm parameters stay float32 because normalization is done in float32.
+        self.variables_by_name = {
+            name: tf.Variable(value, trainable=False, name=name.replace('/', '.'),
+                              dtype=tf.float32 if 'LayerNorm' in name else compute_dtype)
+            for name, value in weights.items()}
         self.has_pooler = all(name in weights for name in POOLER_VARIABLES)
 
     def _var(self, name):
         return self.variables_by_name[name]
 
     def _layer_norm(self, x, prefix):
+        x = tf.cast(x, tf.float32)
         mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
         normed = (x - mean) * tf.math.rsqrt(variance + self.config.layer_norm_eps)
-        return normed * self._var(prefix + '/gamma') + self._var(prefix + '/beta')
+        normed = normed * self._var(prefix + '/gamma') + self._var(prefix + '/beta')
+        return tf.cast(normed, self.compute_dtype)
 
     def _dense(self, x, prefix):
         # x: [batch * seq_len, in] -> [batch * seq_len, out]
@@ -82,8 +89,9 @@ class BertEncoder(tf.Module):
         key = split_heads(self._dense(x, prefix + '/self/key'))
         value = split_heads(self._dense(x, prefix + '/self/value'))
 
-        scores = tf.matmul(query, key, transpose_b=True) / math.sqrt(self.head_size)
-        probs = tf.nn.softmax(scores + attention_bias, axis=-1)
+        scores = tf.cast(tf.matmul(query, key, transpose_b=True), tf.float32)
+        probs = tf.nn.softmax(scores / math.sqrt(self.head_size) + attention_bias, axis=-1)
+        probs = tf.cast(probs, self.compute_dtype)
         context = tf.matmul(probs, value)  # [batch, heads, seq_len, head_size]
         context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]),
                              [batch * seq_len, self.config.hidden_size])
@@ -116,11 +124,13 @@ class BertEncoder(tf.Module):
             intermediate = self.activation(self._dense(attended, prefix + '/intermediate/dense'))
             x = self._layer_norm(self._dense(intermediate, prefix + '/output/dense') + attended,
                                  prefix + '/output/LayerNorm')
-            outputs.append(tf.reshape(x, [batch, seq_len, self.config.hidden_size]))
+            outputs.append(tf.cast(tf.reshape(x, [batch, seq_len, self.config.hidden_size]),
+                                   tf.float32))
         return outputs
 
     def pooled_output(self, last_layer):
         """Return BERT's pooler output: tanh(dense(first token of the last layer)), [batch, hidden]."""
-        first_token = last_layer[:, 0]
-        return tf.tanh(tf.matmul(first_token, self._var('bert/pooler/dense/kernel'))
-                       + self._var('bert/pooler/dense/bias'))
+        first_token = tf.cast(last_layer[:, 0], self.compute_dtype)
+        dense = (tf.matmul(first_token, self._var('bert/pooler/dense/kernel'))
+                 + self._var('bert/pooler/dense/bias'))
+        return tf.tanh(tf.cast(dense, tf.float32))

@@ -37,7 +37,7 @@ def _configure_device(worker_id, device_id, num_cpu_threads, args, logger):
     Must run before TensorFlow initialises its devices.
     """
     os.environ['CUDA_VISIBLE_DEVICES'] = str(device_id) if device_id >= 0 else '-1'
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '0' if args.verbose else '2')
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '0' if args.verbose else '3')
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(num_cpu_threads)
@@ -67,7 +67,7 @@ def _gpu_total_memory_mb(device_id):
     return None
 
 
-def _build_model(spec, args, tf, logger):
+def _build_model(spec, args, device_id, tf, logger):
     from .bert import BertEncoder
     from .model_dir import load_weights
     from .pooling import PoolingConfig, build_embed_function
@@ -75,8 +75,10 @@ def _build_model(spec, args, tf, logger):
 
     start = time.perf_counter()
     weights = load_weights(spec)
+    use_fp16 = args.fp16 and device_id >= 0
     encoder = BertEncoder(spec.config, weights,
-                          use_position_embeddings=not args.no_position_embeddings)
+                          use_position_embeddings=not args.no_position_embeddings,
+                          compute_dtype=tf.float16 if use_fp16 else tf.float32)
     del weights
     tokenizer = BertTokenizer(spec.vocab_file, spec.do_lower_case)
     pooling = PoolingConfig(args.pooling_strategy, args.pooling_layer, args.mask_cls_sep,
@@ -86,9 +88,9 @@ def _build_model(spec, args, tf, logger):
     # One small batch traces the function now instead of on the first request.
     ids = np.array([[tokenizer.cls_id, tokenizer.sep_id]], dtype=np.int32)
     embed(ids, np.zeros_like(ids), np.array([2], dtype=np.int32))
-    logger.info('model loaded and warmed up in %.1fs (%s, %d layers, hidden size %d)',
+    logger.info('model loaded and warmed up in %.1fs (%s, %d layers, hidden size %d, %s)',
                 time.perf_counter() - start, spec.layout, spec.config.num_hidden_layers,
-                spec.config.hidden_size)
+                spec.config.hidden_size, 'float16' if use_fp16 else 'float32')
     return embed
 
 
@@ -112,7 +114,7 @@ def run_worker(worker_id, spec, args, device_id, num_cpu_threads, backend_addr, 
         tf = _configure_device(worker_id, device_id, num_cpu_threads, args, logger)
         logger.info('using %s with %d CPU thread(s)',
                     'GPU %d' % device_id if device_id >= 0 else 'the CPU', num_cpu_threads)
-        embed = _build_model(spec, args, tf, logger)
+        embed = _build_model(spec, args, device_id, tf, logger)
     except Exception as error:
         logger.error('failed to load the model: %s', error, exc_info=args.verbose)
         backend.send_multipart([FAILED, str(error).encode('utf-8')])
