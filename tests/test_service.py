@@ -230,3 +230,14 @@ def test_text_empty_after_cleaning_is_encoded(client):
     assert vectors.shape == (2, 384)
     assert np.all(np.isfinite(vectors))
     assert client.encode(['after that']).shape == (1, 384)
+
+
+def test_server_status_worker_counters(client):
+    client.encode(make_sentences(3, 'counters'))
+    status = client.server_status
+    worker = status['workers']['WORKER-0']
+    assert worker['num_job'] >= 1
+    assert worker['num_sentence'] >= 3
+    assert worker['busy_seconds'] > 0
+    assert sum(status['batch_size_histogram'].values()) >= 1
+    assert status['vocab_file'].endswith('vocab.txt')

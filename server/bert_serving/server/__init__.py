@@ -252,8 +252,10 @@ class BertServer(threading.Thread):
         name, kind = frames[0].decode(), frames[1]
         if kind == DONE:
             key = tuple(frames[2:4]) + (int(frames[4]),)
-            self.in_flight.get(name, {}).pop(key, None)
+            job = self.in_flight.get(name, {}).pop(key, None)
             self.credit[name] = self.credit.get(name, 0) + 1
+            if job is not None:
+                self.stat.record_job(name, job.num_rows, float(frames[5]) / 1000)
         elif kind == READY:
             self._on_ready(name, frames[2:])
         elif kind == FAILED:
@@ -318,9 +320,14 @@ class BertServer(threading.Thread):
             'num_concurrent_socket': 1,
             'num_ready_worker': len(self.credit),
             'num_queued_job': len(self.high_priority) + len(self.normal_priority),
+            'num_in_flight_job': sum(len(jobs) for jobs in self.in_flight.values()),
+            'vocab_file': self.spec.vocab_file,
+            'do_lower_case': self.spec.do_lower_case,
         }
         if with_statistic:
             runtime['statistic'] = self.stat.value
+            runtime['workers'] = self.stat.workers
+            runtime['batch_size_histogram'] = self.stat.batch_sizes
         document = {**runtime, **self.status_args, **self.status_static}
         self.sink.send_multipart([b'CONFIG', client, req_id, encode_header(document)])
 
@@ -363,7 +370,7 @@ class BertServer(threading.Thread):
         try:
             if backend is not None:
                 for name in self.processes:
-                    if name.startswith('WORKER'):
+                    if name != 'SINK':
                         backend.send_multipart([name.encode(), STOP], zmq.NOBLOCK)
             if sink is not None:
                 sink.send_multipart([STOP], zmq.NOBLOCK)

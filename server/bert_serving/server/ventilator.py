@@ -146,6 +146,8 @@ class ServerStatistic:
     # A client counts as active when its last request is this recent.
     ACTIVE_WINDOW_S = 180
     MAX_INTERVALS = 200
+    # Upper bounds of the batch size histogram; the last one catches everything.
+    BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, float('inf'))
 
     def __init__(self):
         self._requests_per_client = defaultdict(int)
@@ -156,6 +158,18 @@ class ServerStatistic:
         self._num_total_seq = 0
         self._last_req_time = time.perf_counter()
         self._intervals = []
+        self.workers = {}  # worker name -> {'num_job', 'num_sentence', 'busy_seconds'}
+        self.batch_sizes = {}  # bucket upper bound (as a string) -> number of jobs
+
+    def record_job(self, worker, num_rows, busy_seconds):
+        """Count one finished job of `num_rows` sentences that kept `worker` busy."""
+        stats = self.workers.setdefault(worker, {'num_job': 0, 'num_sentence': 0,
+                                                 'busy_seconds': 0.0})
+        stats['num_job'] += 1
+        stats['num_sentence'] += num_rows
+        stats['busy_seconds'] += busy_seconds
+        bucket = next(b for b in self.BATCH_SIZE_BUCKETS if num_rows <= b)
+        self.batch_sizes[str(bucket)] = self.batch_sizes.get(str(bucket), 0) + 1
 
     def update(self, client, is_command, msg_len):
         self._requests_per_client[client] += 1

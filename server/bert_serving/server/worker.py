@@ -6,7 +6,8 @@ takes jobs of padded token ids from the ventilator and pushes each result to the
 
     ventilator -> worker:  [JOB, client, request id, part, header, input_ids, segment_ids, lengths]
                            [STOP]
-    worker -> ventilator:  [READY, json] | [FAILED, message] | [DONE, client, request id, part]
+    worker -> ventilator:  [READY, json] | [FAILED, message]
+                           [DONE, client, request id, part, busy milliseconds]
     worker -> sink:        [RESULT, client, request id, part, array header, array buffer]
                            [ERROR, client, request id, json]
 
@@ -141,8 +142,10 @@ def run_worker(worker_id, spec, args, device_id, num_cpu_threads, backend_addr, 
         if frames[0] != JOB or len(frames) != 8:
             logger.error('ignoring a malformed message from the ventilator (%d frames)', len(frames))
             continue
+        start = time.perf_counter()
         _run_job(frames[1:], embed, sink, logger)
-        backend.send_multipart([DONE] + frames[1:4])
+        busy_ms = 1000 * (time.perf_counter() - start)
+        backend.send_multipart([DONE] + frames[1:4] + [b'%.3f' % busy_ms])
 
     logger.info('terminated')
     backend.close()
