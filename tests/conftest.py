@@ -46,9 +46,9 @@ def child_pids(pid):
 class ServerProcess:
     """A `bert-serving-start` subprocess on free ports, with its log collected."""
 
-    def __init__(self, *flags, wait=True):
-        self.port, self.port_out = free_port(), free_port()
-        command = [sys.executable, '-m', 'bert_serving.server.cli',
+    def __init__(self, *flags, wait=True, port=None, port_out=None):
+        self.port, self.port_out = port or free_port(), port_out or free_port()
+        command = [sys.executable, '-m', 'bert_serving.server.cli', '-ip', '127.0.0.1',
                    '-port', str(self.port), '-port_out', str(self.port_out)] + list(flags)
         env = dict(os.environ, PYTHONUNBUFFERED='1', TF_CPP_MIN_LOG_LEVEL='2')
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

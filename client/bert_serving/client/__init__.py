@@ -45,6 +45,22 @@ def _short_repr(value, limit=60):
     return text if len(text) <= limit else text[:limit - 3] + '...'
 
 
+def _use_curve(sender, receiver, server_key_file, client_key_file):
+    """Turn on CURVE encryption on both client sockets; must run before they connect."""
+    import zmq.auth
+
+    if not (server_key_file and client_key_file):
+        raise ValueError('CURVE needs both curve_server_key and curve_client_key')
+    server_public, _ = zmq.auth.load_certificate(server_key_file)
+    client_public, client_secret = zmq.auth.load_certificate(client_key_file)
+    if client_secret is None:
+        raise ValueError('%s holds no secret key; pass the .key_secret file' % client_key_file)
+    for sock in (sender, receiver):
+        sock.curve_serverkey = server_public
+        sock.curve_publickey = client_public
+        sock.curve_secretkey = client_secret
+
+
 class BertClient:
     """A connection to one bert-serving server.
 
@@ -59,14 +75,19 @@ class BertClient:
         check_length: warn when a sentence looks longer than the server's `max_seq_len`.
         check_token_info: ask the server whether it can return tokens (`show_tokens`).
         ignore_all_checks: skip the start-up round trip behind all checks above.
-        timeout: milliseconds to wait for a reply before raising TimeoutError; -1 waits
-            forever. Raise it for requests of many thousands of sentences.
+        timeout: milliseconds to wait for a reply (or for room to send) before raising
+            TimeoutError; -1 waits forever. Raise it for requests of many thousands of
+            sentences.
+        curve_server_key: path of the server's public key file, for a server started with
+            -curve_secret_key; requires `curve_client_key`.
+        curve_client_key: path of this client's secret key file (.key_secret), whose public
+            key the server lists in -curve_allowed_keys.
     """
 
     def __init__(self, ip='localhost', port=5555, port_out=5556, output_fmt='ndarray',
                  show_server_config=False, identity=None, check_version=True,
                  check_length=True, check_token_info=True, ignore_all_checks=False,
-                 timeout=DEFAULT_TIMEOUT_MS):
+                 timeout=DEFAULT_TIMEOUT_MS, curve_server_key=None, curve_client_key=None):
         if output_fmt == 'ndarray':
             self.formatter = lambda x: x
         elif output_fmt == 'list':
@@ -81,10 +102,12 @@ class BertClient:
         self.context = zmq.Context()
         self.sender = self.context.socket(zmq.PUSH)
         self.sender.setsockopt(zmq.LINGER, 0)
-        self.sender.connect('tcp://%s:%d' % (ip, port))
-
+        self.sender.setsockopt(zmq.SNDTIMEO, timeout)
         self.receiver = self.context.socket(zmq.SUB)
         self.receiver.setsockopt(zmq.LINGER, 0)
+        if curve_server_key or curve_client_key:
+            _use_curve(self.sender, self.receiver, curve_server_key, curve_client_key)
+        self.sender.connect('tcp://%s:%d' % (ip, port))
         self.receiver.setsockopt(zmq.SUBSCRIBE, self.identity)
         self.receiver.connect('tcp://%s:%d' % (ip, port_out))
 
@@ -98,6 +121,7 @@ class BertClient:
         self.ip = ip
         self.length_limit = 0
         self.token_info_available = False
+        self.max_msg_bytes = None
         self._pid = os.getpid()
         self._closed = False
 
@@ -120,6 +144,8 @@ class BertClient:
             self.length_limit = int(max_seq_len) if max_seq_len is not None else None
         if check_token_info:
             self.token_info_available = bool(config.get('show_tokens_to_client'))
+        if config.get('max_msg_mb'):
+            self.max_msg_bytes = int(config['max_msg_mb'] * 2 ** 20)
         if show_server_config:
             self._print_dict(config, 'server config:')
 
@@ -278,7 +304,12 @@ class BertClient:
                           '-max_seq_len, or pass check_length=False to silence this warning'
                           % self.length_limit)
 
-        req_id = self._send(encode_header(texts), len(texts))
+        payload = encode_header(texts)
+        if self.max_msg_bytes and len(payload) > self.max_msg_bytes:
+            raise ValueError('the request is %.1f MB but the server accepts at most %.1f MB '
+                             '(its -max_msg_mb); split it into smaller requests'
+                             % (len(payload) / 2 ** 20, self.max_msg_bytes / 2 ** 20))
+        req_id = self._send(payload, len(texts))
         if not blocking:
             return None
         response = self._recv_ndarray(req_id)

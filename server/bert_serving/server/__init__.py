@@ -21,17 +21,18 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
 from datetime import datetime
 
 import zmq
 
-from bert_serving.client import __version__
+from bert_serving.client import __version__, _use_curve
 from bert_serving.client.protocol import COMMANDS, SHOW_STATUS, TERMINATION, encode_header
 from .devices import assign_devices, cpu_threads_per_worker, list_available_gpus
 from .helper import PoolingStrategy, set_logger
 from .model_dir import ModelDirError, inspect_model_dir, resolve_serving_options
-from .sink import run_sink
+from .scheduler import JobScheduler
+from .security import check_curve_args, secure_server_socket
+from .sink import STATS, run_sink
 from .tokenization import BertTokenizer
 from .ventilator import RequestError, ServerStatistic, parse_payload, plan_request
 from .worker import DONE, FAILED, JOB, READY, STOP, run_worker
@@ -74,6 +75,10 @@ class BertServer(threading.Thread):
         else:
             self.fixed_out_len = None
 
+        try:
+            check_curve_args(args)
+        except ValueError as error:
+            raise ModelDirError(str(error)) from None
         self.num_worker = args.num_worker
         if self.num_worker < 1:
             raise ModelDirError('invalid -num_worker %d: at least 1 worker is needed'
@@ -84,7 +89,10 @@ class BertServer(threading.Thread):
         self.processes = {}
         self.device_map = []
         self.stat = ServerStatistic()
-        self.bind_ip = getattr(args, 'ip', None) or '*'
+        self.scheduler = JobScheduler()
+        self.sink_stats = {}
+        self.authenticator = None
+        self.bind_ip = args.ip
         self.ipc_dir = tempfile.mkdtemp(prefix='bert-serving-')
         self.backend_addr = 'ipc://%s/backend' % self.ipc_dir
         self.sink_addr = 'ipc://%s/sink' % self.ipc_dir
@@ -122,6 +130,10 @@ class BertServer(threading.Thread):
             with context.socket(zmq.PUSH) as socket:
                 socket.setsockopt(zmq.LINGER, args.timeout)
                 socket.setsockopt(zmq.SNDTIMEO, args.timeout)
+                if getattr(args, 'curve_server_key', None):
+                    with context.socket(zmq.SUB) as unused_receiver:
+                        _use_curve(socket, unused_receiver, args.curve_server_key,
+                                   args.curve_client_key)
                 socket.connect('tcp://%s:%d' % (args.ip, args.port))
                 try:
                     socket.send_multipart([b'0', TERMINATION, b'0', b'0'])
@@ -143,6 +155,8 @@ class BertServer(threading.Thread):
         finally:
             self.is_ready.clear()
             self._stop_children(context)
+            if self.authenticator is not None:
+                self.authenticator.stop()
             context.destroy(linger=0)
             shutil.rmtree(self.ipc_dir, ignore_errors=True)
             self.logger.info('terminated')
@@ -150,6 +164,8 @@ class BertServer(threading.Thread):
     def _run(self, context):
         self.frontend = context.socket(zmq.PULL)
         self.frontend.setsockopt(zmq.LINGER, 0)
+        self.frontend.setsockopt(zmq.MAXMSGSIZE, int(self.args.max_msg_mb * 2 ** 20))
+        self.authenticator = secure_server_socket(context, self.frontend, self.args, self.logger)
         try:
             self.frontend.bind('tcp://%s:%d' % (self.bind_ip, self.args.port))
         except zmq.ZMQError as error:
@@ -200,8 +216,6 @@ class BertServer(threading.Thread):
     def _wait_until_ready(self):
         """Wait for READY from the sink and every worker; raise on FAILED, death or timeout."""
         waiting = set(self.processes)
-        self.credit = {}
-        self.in_flight = {}
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while waiting:
             if self._stop_requested.is_set():
@@ -224,48 +238,68 @@ class BertServer(threading.Thread):
 
     def _on_ready(self, name, rest):
         if name.startswith('WORKER'):
-            self.credit[name] = json.loads(rest[0])['credit']
-            self.in_flight[name] = {}
+            self.scheduler.add_worker(name, json.loads(rest[0])['credit'])
             self.logger.info('%s is ready', name)
 
     def _serve(self):
-        self.high_priority = deque()
-        self.normal_priority = deque()
         poller = zmq.Poller()
         poller.register(self.frontend, zmq.POLLIN)
         poller.register(self.backend, zmq.POLLIN)
         last_check = time.monotonic()
+        drain_deadline = None
 
-        while not self._stop_requested.is_set():
+        while True:
+            if self._stop_requested.is_set() and drain_deadline is None:
+                drain_deadline = time.monotonic() + self.args.drain_timeout
+                self.logger.info('stopping: finishing %d queued and %d running job(s) within '
+                                 '%.0fs', self.scheduler.num_queued_jobs,
+                                 self.scheduler.num_in_flight_jobs, self.args.drain_timeout)
+            if drain_deadline is not None and (self.scheduler.is_idle
+                                               or time.monotonic() > drain_deadline):
+                break
+
             events = dict(poller.poll(POLL_INTERVAL_MS))
             if self.backend in events:
                 self._on_backend(self.backend.recv_multipart())
             if self.frontend in events:
                 if self._on_request(self.frontend.recv_multipart()):
-                    break
-            self._dispatch()
+                    self._stop_requested.set()
+            self.scheduler.dispatch(self._send_job)
             if time.monotonic() - last_check > 0.5:
                 last_check = time.monotonic()
                 self._check_children()
+
+        for job in self.scheduler.take_all():
+            self._send_error(job.client, job.req_id, 'the server stopped before this request '
+                             'finished', 'server_shutdown')
+
+    def _send_job(self, name, job):
+        self.backend.send_multipart([name.encode(), JOB, job.client, job.req_id,
+                                     b'%d' % job.part] + job.frames, copy=False)
 
     def _on_backend(self, frames):
         name, kind = frames[0].decode(), frames[1]
         if kind == DONE:
             key = tuple(frames[2:4]) + (int(frames[4]),)
-            job = self.in_flight.get(name, {}).pop(key, None)
-            self.credit[name] = self.credit.get(name, 0) + 1
+            job = self.scheduler.complete(name, key)
             if job is not None:
                 self.stat.record_job(name, job.num_rows, float(frames[5]) / 1000)
         elif kind == READY:
             self._on_ready(name, frames[2:])
+        elif kind == STATS:
+            self.sink_stats = json.loads(frames[2])
         elif kind == FAILED:
             self.logger.error('%s failed: %s', name, frames[2].decode(errors='replace'))
 
     def _on_request(self, frames):
         """Handle one client message; return True for a TERMINATION request."""
         if len(frames) != 4:
-            self.logger.error('dropped a malformed request with %d frames instead of 4 '
-                              '(identity, payload, request id, length)', len(frames))
+            if len(frames) >= 3 and frames[2].isdigit():
+                self._send_error(frames[0], frames[2], 'invalid request: expected 4 frames '
+                                 '(identity, payload, request id, length) but got %d'
+                                 % len(frames), 'invalid_request')
+            self.logger.error('malformed request with %d frames instead of 4 (identity, '
+                              'payload, request id, length)', len(frames))
             return False
         client, payload, req_id, msg_len = frames
         if not req_id.isdigit():
@@ -283,9 +317,13 @@ class BertServer(threading.Thread):
             return False
 
         try:
+            if self._stop_requested.is_set():
+                raise RequestError('the server is shutting down and accepts no new requests',
+                                   'server_shutdown')
             if not msg_len.isdigit():
                 raise RequestError('invalid request: the length frame %r is not a number'
                                    % msg_len[:20])
+            self._check_capacity(int(msg_len))
             texts, is_tokenized = parse_payload(payload, int(msg_len))
             jobs, register = plan_request(client, req_id, texts, is_tokenized, self.tokenizer,
                                           self.args.max_batch_size,
@@ -299,10 +337,21 @@ class BertServer(threading.Thread):
         self.logger.info('new encode request\treq id: %s\tsize: %d\tclient: %s',
                          req_id.decode(), len(texts), client.decode(errors='replace'))
         self.sink.send_multipart([b'REGISTER', client, req_id, json.dumps(register).encode()])
-        queue = (self.high_priority if len(texts) < self.args.priority_batch_size
-                 else self.normal_priority)
-        queue.extend(jobs)
+        self.scheduler.submit(jobs, high_priority=len(texts) < self.args.priority_batch_size)
         return False
+
+    def _check_capacity(self, num_sentences):
+        """Raise RequestError for a request too large to take, or when the queue is full."""
+        if num_sentences > self.args.max_request_sentences:
+            raise RequestError('invalid request: %d sentences is more than the maximum of %d per '
+                               'request; split it into smaller requests, or start the server '
+                               'with a larger -max_request_sentences'
+                               % (num_sentences, self.args.max_request_sentences))
+        queued = self.scheduler.queued_sentences
+        if queued + num_sentences > self.args.max_queue_sentences:
+            raise RequestError('server busy: %d sentences are already waiting (maximum %d); '
+                               'retry later' % (queued, self.args.max_queue_sentences),
+                               'server_busy')
 
     def _send_error(self, client, req_id, message, error_type):
         self.sink.send_multipart([b'ERROR', client, req_id,
@@ -318,9 +367,12 @@ class BertServer(threading.Thread):
             'server_current_time': str(datetime.now()),
             'device_map': self.device_map,
             'num_concurrent_socket': 1,
-            'num_ready_worker': len(self.credit),
-            'num_queued_job': len(self.high_priority) + len(self.normal_priority),
-            'num_in_flight_job': sum(len(jobs) for jobs in self.in_flight.values()),
+            'num_ready_worker': len(self.scheduler.ready_workers),
+            'num_queued_job': self.scheduler.num_queued_jobs,
+            'num_queued_sentence': self.scheduler.queued_sentences,
+            'num_in_flight_job': self.scheduler.num_in_flight_jobs,
+            'process_pids': {name: p.pid for name, p in self.processes.items()},
+            'sink': self.sink_stats,
             'vocab_file': self.spec.vocab_file,
             'do_lower_case': self.spec.do_lower_case,
         }
@@ -331,16 +383,6 @@ class BertServer(threading.Thread):
         document = {**runtime, **self.status_args, **self.status_static}
         self.sink.send_multipart([b'CONFIG', client, req_id, encode_header(document)])
 
-    def _dispatch(self):
-        for name, credit in self.credit.items():
-            while credit > 0 and (self.high_priority or self.normal_priority):
-                job = (self.high_priority or self.normal_priority).popleft()
-                self.backend.send_multipart([name.encode(), JOB, job.client, job.req_id,
-                                             b'%d' % job.part] + job.frames, copy=False)
-                self.in_flight[name][job.key] = job
-                credit -= 1
-            self.credit[name] = credit
-
     def _check_children(self):
         for name, process in list(self.processes.items()):
             if process.is_alive():
@@ -349,19 +391,18 @@ class BertServer(threading.Thread):
                 raise RuntimeError('the sink exited with code %s' % process.exitcode)
             self.logger.error('%s exited unexpectedly with code %s; starting a new one',
                               name, process.exitcode)
-            self._requeue_jobs_of(name)
-            self.credit.pop(name, None)
+            self._requeue_jobs(self.scheduler.remove_worker(name))
             self._start_worker(int(name.split('-')[1]))
 
-    def _requeue_jobs_of(self, name):
-        for job in self.in_flight.pop(name, {}).values():
+    def _requeue_jobs(self, jobs):
+        for job in jobs:
             job.attempts += 1
             if job.attempts >= MAX_JOB_ATTEMPTS:
                 self._send_error(job.client, job.req_id,
                                  'a worker died while encoding this request, twice; the request '
                                  'may be too large for the worker\'s memory', 'server_error')
             else:
-                self.high_priority.appendleft(job)
+                self.scheduler.resubmit_first(job)
 
     def _stop_children(self, context):
         """Ask every child to stop, then terminate those still running after a grace period."""

@@ -44,5 +44,22 @@ def terminate(argv=None):
     print('shutdown signal sent to %s:%d' % (args.ip, args.port))
 
 
+def keygen(argv=None):
+    """Write CURVE key pairs for a server and its clients (bert-serving-keygen)."""
+    import argparse
+
+    from .security import generate_keys
+
+    parser = argparse.ArgumentParser(
+        prog='bert-serving-keygen',
+        description='Write ZeroMQ CURVE key pairs: NAME.key (public) and NAME.key_secret.')
+    parser.add_argument('directory', help='directory to write the key files to')
+    parser.add_argument('-names', nargs='+', default=['server', 'client'],
+                        help='one key pair per name')
+    args = parser.parse_args(argv)
+    for public_file, secret_file in generate_keys(args.directory, args.names):
+        print('wrote %s and %s' % (public_file, secret_file))
+
+
 if __name__ == '__main__':
     main()

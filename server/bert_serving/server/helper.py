@@ -153,6 +153,33 @@ def get_args_parser():
                          help='with -max_seq_len NONE and -pooling_strategy NONE, pad the token '
                               'axis to max_position_embeddings so every reply has the same shape')
 
+    limits = parser.add_argument_group('Limits and security',
+                                       'bounds that keep one client from hurting the others')
+    limits.add_argument('-ip', type=str, default='*',
+                        help='address to bind every port to; * binds all interfaces, so anyone '
+                             'who can reach the ports can encode text and stop the server, '
+                             'while 127.0.0.1 accepts local clients only')
+    limits.add_argument('-max_request_sentences', type=int, default=50_000,
+                        help='maximum sentences in one request; larger requests are rejected')
+    limits.add_argument('-max_queue_sentences', type=int, default=500_000,
+                        help='maximum sentences waiting for a worker; requests beyond it are '
+                             'rejected as "server busy"')
+    limits.add_argument('-max_msg_mb', type=float, default=200,
+                        help='maximum size of one request message in MB; ZeroMQ drops the '
+                             'connection of a client that sends more')
+    limits.add_argument('-job_timeout', type=float, default=600,
+                        help='seconds after which an unfinished request, or a result whose '
+                             'client is gone, is dropped')
+    limits.add_argument('-drain_timeout', type=float, default=30,
+                        help='seconds that SIGTERM, Ctrl-C and TERMINATION wait for requests in '
+                             'progress to finish before the processes exit')
+    limits.add_argument('-curve_secret_key', type=str, default=None,
+                        help='ZeroMQ CURVE secret key file of the server (from '
+                             'bert-serving-keygen); encrypts and authenticates both ports')
+    limits.add_argument('-curve_allowed_keys', type=str, default=None,
+                        help='directory of the public key files of the clients allowed to '
+                             'connect; needed with -curve_secret_key')
+
     parser.add_argument('-verbose', action='store_true', default=False,
                         help='log debug messages, TensorFlow\'s included')
     parser.add_argument('-version', action='version', version='%(prog)s ' + __version__)
@@ -167,6 +194,10 @@ def get_shutdown_parser():
                         help='request port of the server (its -port)')
     parser.add_argument('-timeout', type=int, default=5000,
                         help='milliseconds to wait for the server to take the command')
+    parser.add_argument('-curve_server_key', type=str, default=None,
+                        help='public key file of a server that runs with -curve_secret_key')
+    parser.add_argument('-curve_client_key', type=str, default=None,
+                        help='secret key file of an allowed client, with -curve_server_key')
     return parser
 
 

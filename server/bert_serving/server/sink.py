@@ -25,15 +25,14 @@ import zmq
 from bert_serving.client.protocol import array_to_frames, error_header
 from .helper import set_logger
 from .process import die_with_parent, parent_is_alive
+from .security import secure_server_socket
 
 REGISTER, CONFIG, ERROR, RESULT, STOP = b'REGISTER', b'CONFIG', b'ERROR', b'RESULT', b'STOP'
-READY, FAILED = b'READY', b'FAILED'
+READY, FAILED, STATS = b'READY', b'FAILED', b'STATS'
 
 POLL_INTERVAL_MS = 200
 SUBSCRIPTION_WAIT_S = 10.0
-# A request whose parts stop arriving for this long is dropped, so that the parts of a
-# request that can never complete do not pile up.
-STALE_JOB_S = 600.0
+STATS_INTERVAL_S = 1.0
 
 
 class SinkJob:
@@ -87,6 +86,7 @@ def run_sink(args, sink_addr, backend_addr, bind_ip):
     receiver = context.socket(zmq.PULL)
     publisher = context.socket(zmq.XPUB)
     publisher.setsockopt(zmq.LINGER, 0)
+    authenticator = secure_server_socket(context, publisher, args, logger)
     try:
         receiver.bind(sink_addr)
         publisher.bind('tcp://%s:%d' % (bind_ip, args.port_out))
@@ -99,7 +99,7 @@ def run_sink(args, sink_addr, backend_addr, bind_ip):
         context.term()
         return
 
-    sink = _Sink(publisher, logger)
+    sink = _Sink(publisher, logger, args.job_timeout)
     control.send_multipart([READY, b'{}'])
     logger.info('ready, publishing results on port %d', args.port_out)
 
@@ -114,25 +114,43 @@ def run_sink(args, sink_addr, backend_addr, bind_ip):
         if receiver in events:
             frames = receiver.recv_multipart(copy=False)
             if frames[0].bytes == STOP:
+                _publish_remaining(sink, receiver, publisher)
                 break
             sink.on_message(frames)
-        if time.monotonic() - last_sweep > 1.0:
+        if time.monotonic() - last_sweep > STATS_INTERVAL_S:
             last_sweep = time.monotonic()
             sink.sweep()
+            control.send_multipart([STATS, json.dumps(sink.stats).encode()])
             if not parent_is_alive():
                 logger.warning('the server process is gone, so exiting')
                 break
 
     logger.info('terminated')
+    if authenticator is not None:
+        authenticator.stop()
     for sock in (control, receiver, publisher):
         sock.close()
     context.term()
 
 
+def _publish_remaining(sink, receiver, publisher):
+    """Handle the messages that arrived before STOP, so finished results still go out."""
+    while receiver.poll(0):
+        sink.on_message(receiver.recv_multipart(copy=False))
+    while publisher.poll(0):
+        sink.on_subscription(publisher.recv())
+
+
 class _Sink:
-    def __init__(self, publisher, logger):
+    def __init__(self, publisher, logger, job_timeout):
         self.publisher = publisher
         self.logger = logger
+        # A request whose parts stop arriving for this long is dropped, so that the parts
+        # of a request that can never complete do not pile up.
+        self.job_timeout = job_timeout
+        self.num_dropped_reply = 0
+        self.num_dropped_job = 0
+        self.num_sent_reply = 0
         self.jobs = defaultdict(SinkJob)  # (client, request id) -> SinkJob
         self.subscribed = set()
         self.held = defaultdict(list)  # client -> [(deadline, frames)] awaiting subscription
@@ -146,13 +164,23 @@ class _Sink:
             self.subscribed.add(topic)
             for _, frames in self.held.pop(topic, []):
                 self.publisher.send_multipart(frames, copy=False)
+                self.num_sent_reply += 1
         elif message[0] == 0:
             self.subscribed.discard(topic)
+
+    @property
+    def stats(self):
+        return {'num_pending_job': len(self.jobs),
+                'num_held_reply': sum(len(v) for v in self.held.values()),
+                'num_sent_reply': self.num_sent_reply,
+                'num_dropped_reply': self.num_dropped_reply,
+                'num_dropped_job': self.num_dropped_job}
 
     def publish(self, frames):
         client = frames[0]
         if client in self.subscribed:
             self.publisher.send_multipart(frames, copy=False)
+            self.num_sent_reply += 1
         else:
             self.held[client].append((time.monotonic() + SUBSCRIPTION_WAIT_S, frames))
 
@@ -210,6 +238,7 @@ class _Sink:
         for client in list(self.held):
             kept = [(deadline, f) for deadline, f in self.held[client] if deadline > now]
             if len(kept) < len(self.held[client]):
+                self.num_dropped_reply += len(self.held[client]) - len(kept)
                 self.logger.warning('dropped %d reply(ies) for client %s, which did not '
                                     'subscribe within %.0fs', len(self.held[client]) - len(kept),
                                     client.decode(errors='replace'), SUBSCRIPTION_WAIT_S)
@@ -217,11 +246,14 @@ class _Sink:
                 self.held[client] = kept
             else:
                 del self.held[client]
-        for key in [k for k, job in self.jobs.items() if now - job.last_update > STALE_JOB_S]:
+        for key in [k for k, job in self.jobs.items()
+                    if now - job.last_update > self.job_timeout]:
             self.logger.warning('dropped the unfinished request %s#%s after %.0fs without progress',
                                 key[0].decode(errors='replace'), key[1].decode(errors='replace'),
-                                STALE_JOB_S)
+                                self.job_timeout)
             del self.jobs[key]
-        for key in [k for k, failed_at in self.failed.items() if now - failed_at > STALE_JOB_S]:
+            self.num_dropped_job += 1
+        for key in [k for k, failed_at in self.failed.items()
+                    if now - failed_at > self.job_timeout]:
             del self.failed[key]
 

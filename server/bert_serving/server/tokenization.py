@@ -139,6 +139,11 @@ class BertTokenizer:
         self.unk_id = self.vocab[UNK]
         self.max_seq_len = max_seq_len
         self.no_special_token = no_special_token
+        # encode_texts reads at most this many characters of a text. A token takes at least
+        # one character and a word of over 100 characters is one [UNK], so the cut changes
+        # the result only for text padded with very long runs of whitespace or control
+        # characters, and it keeps a 10 MB string from stalling the ventilator.
+        self.max_chars = max(65_536, 128 * max_seq_len)
         self.normalize = _ClassicNormalizer(do_lower_case)
 
         tokenizer = Tokenizer(WordPiece(self.vocab, unk_token=UNK, max_input_chars_per_word=100))
@@ -155,6 +160,7 @@ class BertTokenizer:
         input_ids, segment_ids, tokens = [], [], []
         singles, pairs = [], []
         for row, text in enumerate(texts):
+            text = text[:self.max_chars]
             match = _PAIR_PATTERN.match(text)
             if match:
                 pairs.append((row, match.group(1), match.group(2)))
