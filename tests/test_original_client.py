@@ -4,7 +4,6 @@ The original package owns the same import path as ours, so it is installed into 
 directory and driven from a subprocess that puts that directory first on sys.path.
 """
 import json
-import os
 import subprocess
 import sys
 import textwrap

@@ -4,12 +4,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import pytest
-import zmq
 
 from bert_serving.client import BertClient, BertRequestError
 

@@ -54,7 +54,7 @@ def _use_curve(sender, receiver, server_key_file, client_key_file):
     server_public, _ = zmq.auth.load_certificate(server_key_file)
     client_public, client_secret = zmq.auth.load_certificate(client_key_file)
     if client_secret is None:
-        raise ValueError('%s holds no secret key; pass the .key_secret file' % client_key_file)
+        raise ValueError('%s contains no secret key; pass the .key_secret file' % client_key_file)
     for sock in (sender, receiver):
         sock.curve_serverkey = server_public
         sock.curve_publickey = client_public

@@ -1,6 +1,6 @@
 """ZeroMQ CURVE encryption and client authentication for the request and result ports.
 
-Keys are the certificate files of `zmq.auth`: `NAME.key` holds a public key and
+Keys are the certificate files of `zmq.auth`: `NAME.key` contains a public key and
 `NAME.key_secret` a public and a secret key. The server takes its own secret key file and a
 directory of the public key files of the clients it accepts; each client takes the
 server's public key file and its own secret key file. A client whose key is not in the
@@ -41,7 +41,7 @@ def check_curve_args(args):
             raise ValueError('CURVE allowed keys directory %s not found' % args.curve_allowed_keys)
         public, secret = zmq.auth.load_certificate(args.curve_secret_key)
         if secret is None:
-            raise ValueError('%s holds no secret key; pass the .key_secret file'
+            raise ValueError('%s contains no secret key; pass the .key_secret file'
                              % args.curve_secret_key)
 
 

@@ -61,6 +61,8 @@ class SinkJob:
         parts = [self.parts[i] for i in range(self.info['num_parts'])]
         out_len = self.info.get('out_len')
         if parts[0].ndim == 3:
+            # Jobs are padded to bucket lengths, which may pass the request's own length.
+            parts = [p[:, :out_len] for p in parts]
             parts = [np.pad(p, ((0, 0), (0, out_len - p.shape[1]), (0, 0))) for p in parts]
         stacked = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
         order = self.info.get('order')

@@ -1,19 +1,18 @@
 """What the ventilator does with one request: validate it, tokenize it, cut it into jobs.
 
 The ventilator tokenizes in the main process, so workers receive ready-made int32 arrays
-and spend their time on the forward pass only. Sentences of a request are sorted by token
-count before they are cut into jobs of at most -max_batch_size rows, so that each job is
-padded only to its own longest sentence; the sink puts the rows back in request order.
+and spend their time on the forward pass only, and tokenizing the next request overlaps
+the forward pass of the current one. `batching` cuts the tokenized request into jobs of
+similar length; the sink puts the rows back in request order.
 """
 import json
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import List, Optional
 
-import numpy as np
 
-from .tokenization import BertTokenizer, pad_batch
+from .batching import cut_into_jobs
+from .tokenization import BertTokenizer
 
 # Characters of a bad element quoted back in an error message.
 _REPR_LIMIT = 60
@@ -84,24 +83,10 @@ def _check_token_list(idx, item):
                                'string, but got %s' % (jdx, idx, _short_repr(token)))
 
 
-@dataclass
-class Job:
-    """One forward pass worth of a request: rows `rows` of it, padded to one length."""
-    client: bytes
-    req_id: bytes
-    part: int
-    frames: list  # [header, input_ids, segment_ids, lengths] ready to send
-    num_rows: int
-    attempts: int = 0
-
-    @property
-    def key(self):
-        return self.client, self.req_id, self.part
-
-
 def plan_request(client, req_id, texts, is_tokenized, tokenizer: BertTokenizer,
-                 max_batch_size, with_tokens, fixed_out_len: Optional[int]):
-    """Tokenize a request and cut it into jobs.
+                 max_batch_size, max_batch_tokens, buckets, with_tokens,
+                 fixed_out_len: Optional[int]):
+    """Tokenize a request and cut it into jobs (see `batching.cut_into_jobs`).
 
     Returns:
         (jobs, register): the list of Jobs and the REGISTER document for the sink, which
@@ -112,30 +97,14 @@ def plan_request(client, req_id, texts, is_tokenized, tokenizer: BertTokenizer,
         batch = tokenizer.encode_tokens(texts, with_tokens)
     else:
         batch = tokenizer.encode_texts(texts, with_tokens)
-    lengths = batch.lengths
-
-    if len(texts) > max_batch_size:
-        order = np.argsort(lengths, kind='stable')
-        chunks = [order[i:i + max_batch_size] for i in range(0, len(order), max_batch_size)]
-    else:
-        order = None
-        chunks = [np.arange(len(texts))]
-
-    jobs = []
-    for part, rows in enumerate(chunks):
-        input_ids, segment_ids, row_lengths = pad_batch([batch.input_ids[r] for r in rows],
-                                                        [batch.segment_ids[r] for r in rows])
-        header = json.dumps({'shape': list(input_ids.shape)}).encode()
-        jobs.append(Job(client, req_id, part,
-                        [header, input_ids.tobytes(), segment_ids.tobytes(), row_lengths.tobytes()],
-                        len(rows)))
-
+    jobs, order = cut_into_jobs(client, req_id, batch.input_ids, batch.segment_ids,
+                                max_batch_size, max_batch_tokens, buckets)
     register = {
         'num_parts': len(jobs),
         'num_rows': len(texts),
         'order': order.tolist() if order is not None else None,
         'tokens': batch.tokens,
-        'out_len': fixed_out_len or int(lengths.max()),
+        'out_len': fixed_out_len or int(batch.lengths.max()),
     }
     return jobs, register
 

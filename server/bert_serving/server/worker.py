@@ -4,15 +4,15 @@ A worker connects a DEALER socket to the ventilator and a PUSH socket to the sin
 reports READY (or FAILED with the reason) once its model is loaded and warmed up, then
 takes jobs of padded token ids from the ventilator and pushes each result to the sink:
 
-    ventilator -> worker:  [JOB, client, request id, part, header, input_ids, segment_ids, lengths]
-                           [STOP]
-    worker -> ventilator:  [READY, json] | [FAILED, message]
-                           [DONE, client, request id, part, busy milliseconds]
+    ventilator -> worker:  [JOB, batch frames (see `batching`)] | [STOP]
+    worker -> ventilator:  [READY, json] | [FAILED, message] | [DONE, batch id, busy milliseconds]
     worker -> sink:        [RESULT, client, request id, part, array header, array buffer]
                            [ERROR, client, request id, json]
 
-Each DONE returns one unit of credit, and the ventilator sends a worker no more jobs than
-it holds credit for, so jobs queue in the ventilator, where they can be prioritised.
+A batch may hold jobs of several requests; the worker runs it as one forward pass and
+sends each job's rows to the sink on its own. Each DONE returns one unit of credit, and the
+ventilator sends a worker no more batches than it holds credit for, so jobs queue in the
+ventilator, where they can be prioritised and merged.
 """
 import json
 import os
@@ -23,6 +23,7 @@ import numpy as np
 import zmq
 
 from bert_serving.client.protocol import array_to_frames, encode_header
+from .batching import batch_size_buckets, bucket_length, length_buckets, parse_batch_frames
 from .helper import set_logger
 from .process import die_with_parent, parent_is_alive
 
@@ -68,31 +69,77 @@ def _gpu_total_memory_mb(device_id):
     return None
 
 
-def _build_model(spec, args, device_id, tf, logger):
-    from .bert import BertEncoder
-    from .model_dir import load_weights
-    from .pooling import PoolingConfig, build_embed_function
-    from .tokenization import BertTokenizer
+class Embedder:
+    """The worker's compiled forward pass, with the padding and warm-up that XLA needs.
 
-    start = time.perf_counter()
-    weights = load_weights(spec)
-    use_fp16 = args.fp16 and device_id >= 0
-    encoder = BertEncoder(spec.config, weights,
-                          use_position_embeddings=not args.no_position_embeddings,
-                          compute_dtype=tf.float16 if use_fp16 else tf.float32)
-    del weights
-    tokenizer = BertTokenizer(spec.vocab_file, spec.do_lower_case)
-    pooling = PoolingConfig(args.pooling_strategy, args.pooling_layer, args.mask_cls_sep,
-                            args.normalize_embeddings, tokenizer.cls_id, tokenizer.sep_id)
-    embed = build_embed_function(encoder, pooling, jit_compile=args.xla)
+    With -xla every distinct input shape is a separate compilation, so batches are padded
+    to bucketed sizes and every bucket is compiled before the worker reports READY.
+    """
 
-    # One small batch traces the function now instead of on the first request.
-    ids = np.array([[tokenizer.cls_id, tokenizer.sep_id]], dtype=np.int32)
-    embed(ids, np.zeros_like(ids), np.array([2], dtype=np.int32))
-    logger.info('model loaded and warmed up in %.1fs (%s, %d layers, hidden size %d, %s)',
-                time.perf_counter() - start, spec.layout, spec.config.num_hidden_layers,
-                spec.config.hidden_size, 'float16' if use_fp16 else 'float32')
-    return embed
+    def __init__(self, spec, args, device_id, tf, logger):
+        from .bert import BertEncoder
+        from .model_dir import load_weights
+        from .pooling import PoolingConfig, build_embed_function
+        from .tokenization import BertTokenizer
+
+        start = time.perf_counter()
+        self.logger = logger
+        weights = load_weights(spec)
+        if args.fp16 and device_id >= 0:
+            self.dtype_name, compute_dtype = 'float16', tf.float16
+        elif args.bf16:
+            self.dtype_name, compute_dtype = 'bfloat16', tf.bfloat16
+        else:
+            self.dtype_name, compute_dtype = 'float32', tf.float32
+        encoder = BertEncoder(spec.config, weights,
+                              use_position_embeddings=not args.no_position_embeddings,
+                              compute_dtype=compute_dtype)
+        del weights
+        tokenizer = BertTokenizer(spec.vocab_file, spec.do_lower_case)
+        pooling = PoolingConfig(args.pooling_strategy, args.pooling_layer, args.mask_cls_sep,
+                                args.normalize_embeddings, tokenizer.cls_id, tokenizer.sep_id)
+        self.embed = build_embed_function(encoder, pooling, jit_compile=args.xla)
+        self.xla = args.xla
+        token_limit = args.max_seq_len or spec.config.max_position_embeddings
+        self.batch_buckets = batch_size_buckets(args.max_batch_size)
+        self.warmed = set()
+
+        if self.xla:
+            # Twice the token budget, because padding rows to a bucket can double a batch.
+            shapes = [(b, l) for l in length_buckets(token_limit, coarse=True)
+                      for b in self.batch_buckets if b == 1 or b * l <= 2 * args.max_batch_tokens]
+        else:
+            # One small batch traces the function now instead of on the first request.
+            shapes = [(1, 2)]
+        compile_start = time.perf_counter()
+        for rows, width in shapes:
+            ids = np.zeros((rows, width), dtype=np.int32)
+            self.embed(ids, ids, np.full(rows, width, dtype=np.int32))
+            self.warmed.add((rows, width))
+        if self.xla:
+            logger.info('XLA compiled %d batch shapes in %.1fs', len(shapes),
+                        time.perf_counter() - compile_start)
+        logger.info('model loaded and warmed up in %.1fs (%s, %d layers, hidden size %d, %s)',
+                    time.perf_counter() - start, spec.layout, spec.config.num_hidden_layers,
+                    spec.config.hidden_size, self.dtype_name)
+
+    def __call__(self, input_ids, segment_ids, lengths):
+        """Return the pooled float32 output for a batch, unpadded to its real rows."""
+        rows = len(lengths)
+        if self.xla:
+            padded_rows = bucket_length(rows, self.batch_buckets)
+            if padded_rows > rows:
+                extra = padded_rows - rows
+                input_ids = np.concatenate([input_ids, np.zeros((extra, input_ids.shape[1]),
+                                                                dtype=np.int32)])
+                segment_ids = np.concatenate([segment_ids, np.zeros_like(input_ids[rows:])])
+                lengths = np.concatenate([lengths, np.ones(extra, dtype=np.int32)])
+            if (padded_rows, input_ids.shape[1]) not in self.warmed:
+                self.logger.warning('XLA is compiling an unexpected batch shape %s',
+                                    (padded_rows, input_ids.shape[1]))
+                self.warmed.add((padded_rows, input_ids.shape[1]))
+        output = self.embed(input_ids, segment_ids, lengths).numpy()
+        return output[:rows]
 
 
 def run_worker(worker_id, spec, args, device_id, num_cpu_threads, backend_addr, sink_addr):
@@ -115,7 +162,7 @@ def run_worker(worker_id, spec, args, device_id, num_cpu_threads, backend_addr, 
         tf = _configure_device(worker_id, device_id, num_cpu_threads, args, logger)
         logger.info('using %s with %d CPU thread(s)',
                     'GPU %d' % device_id if device_id >= 0 else 'the CPU', num_cpu_threads)
-        embed = _build_model(spec, args, device_id, tf, logger)
+        embed = Embedder(spec, args, device_id, tf, logger)
     except Exception as error:
         logger.error('failed to load the model: %s', error, exc_info=args.verbose)
         backend.send_multipart([FAILED, str(error).encode('utf-8')])
@@ -139,13 +186,13 @@ def run_worker(worker_id, spec, args, device_id, num_cpu_threads, backend_addr, 
         frames = backend.recv_multipart()
         if frames[0] == STOP:
             break
-        if frames[0] != JOB or len(frames) != 8:
+        if frames[0] != JOB or len(frames) < 10:
             logger.error('ignoring a malformed message from the ventilator (%d frames)', len(frames))
             continue
         start = time.perf_counter()
-        _run_job(frames[1:], embed, sink, logger)
+        _run_batch(frames[1:], embed, sink, logger)
         busy_ms = 1000 * (time.perf_counter() - start)
-        backend.send_multipart([DONE] + frames[1:4] + [b'%.3f' % busy_ms])
+        backend.send_multipart([DONE, frames[1], b'%.3f' % busy_ms])
 
     logger.info('terminated')
     backend.close()
@@ -153,22 +200,25 @@ def run_worker(worker_id, spec, args, device_id, num_cpu_threads, backend_addr, 
     context.term()
 
 
-def _run_job(frames, embed, sink, logger):
-    client, req_id, part, header, ids_frame, segments_frame, lengths_frame = frames
+def _run_batch(frames, embed, sink, logger):
+    """Encode one batch and push each job's rows to the sink, or an error for each job."""
+    segments = []
     try:
-        shape = json.loads(header)['shape']
-        input_ids = np.frombuffer(ids_frame, dtype=np.int32).reshape(shape)
-        segment_ids = np.frombuffer(segments_frame, dtype=np.int32).reshape(shape)
-        lengths = np.frombuffer(lengths_frame, dtype=np.int32)
+        batch_id, input_ids, segment_ids, lengths, segments = parse_batch_frames(frames)
         start = time.perf_counter()
-        output = embed(input_ids, segment_ids, lengths).numpy()
-        logger.debug('job %s#%s@%s: %s tokens -> %s in %.1f ms', client, req_id, part, shape,
-                     output.shape, 1000 * (time.perf_counter() - start))
+        output = embed(input_ids, segment_ids, lengths)
+        logger.debug('batch %s: %d job(s), %s tokens -> %s in %.1f ms', batch_id, len(segments),
+                     input_ids.shape, output.shape, 1000 * (time.perf_counter() - start))
     except Exception as error:
-        logger.error('job %s#%s@%s failed: %s', client, req_id, part, error, exc_info=True)
-        sink.send_multipart([ERROR, client, req_id, encode_header(
-            {'message': 'the worker failed to encode this request: %s' % error,
-             'type': 'server_error'})])
+        logger.error('batch of %d job(s) failed: %s', len(segments), error, exc_info=True)
+        for client, req_id, _, _ in segments:
+            sink.send_multipart([ERROR, client, req_id, encode_header(
+                {'message': 'the worker failed to encode this request: %s' % error,
+                 'type': 'server_error'})])
         return
-    array_header, buffer = array_to_frames(output)
-    sink.send_multipart([RESULT, client, req_id, part, array_header, buffer], copy=False)
+
+    row = 0
+    for client, req_id, part, num_rows in segments:
+        array_header, buffer = array_to_frames(output[row:row + num_rows])
+        sink.send_multipart([RESULT, client, req_id, part, array_header, buffer], copy=False)
+        row += num_rows
