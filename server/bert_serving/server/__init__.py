@@ -30,6 +30,7 @@ from bert_serving.client.protocol import COMMANDS, SHOW_STATUS, TERMINATION, enc
 from .devices import assign_devices, cpu_threads_per_worker, list_available_gpus
 from .helper import PoolingStrategy, set_logger
 from .model_dir import ModelDirError, inspect_model_dir, resolve_serving_options
+from .batching import batch_frames, length_buckets
 from .scheduler import JobScheduler
 from .security import check_curve_args, secure_server_socket
 from .sink import STATS, run_sink
@@ -59,9 +60,6 @@ class BertServer(threading.Thread):
         self.logger = set_logger('VENTILATOR', args.verbose)
         if args.graph_tmp_dir:
             self.logger.info('-graph_tmp_dir is unused: TensorFlow 2 builds no frozen graph')
-        if args.http_port:
-            self.logger.warning('-http_port %d ignored: the HTTP API is not available yet',
-                                args.http_port)
 
         self.spec = inspect_model_dir(args, self.logger)
         resolve_serving_options(args, self.spec, self.logger)
@@ -89,7 +87,9 @@ class BertServer(threading.Thread):
         self.processes = {}
         self.device_map = []
         self.stat = ServerStatistic()
-        self.scheduler = JobScheduler()
+        self.scheduler = JobScheduler(args.max_batch_size, args.max_batch_tokens,
+                                      args.coalesce_wait_ms / 1000)
+        self.buckets = length_buckets(self.token_limit, coarse=args.xla)
         self.sink_stats = {}
         self.authenticator = None
         self.bind_ip = args.ip
@@ -194,6 +194,8 @@ class BertServer(threading.Thread):
 
     def _start_children(self):
         self._spawn('SINK', run_sink, (self.args, self.sink_addr, self.backend_addr, self.bind_ip))
+        if self.args.http_port:
+            self._start_http()
         self.device_map = assign_devices(self.num_worker, self.args.cpu, self.args.device_map,
                                          [] if self.args.cpu else list_available_gpus(self.logger),
                                          self.logger)
@@ -204,6 +206,11 @@ class BertServer(threading.Thread):
         self.cpu_threads = cpu_threads_per_worker(num_cpu_workers)
         for worker_id in range(self.num_worker):
             self._start_worker(worker_id)
+
+    def _start_http(self):
+        # Imported here so that a server without -http_port does not load the web stack.
+        from .http import run_http
+        self._spawn('HTTP', run_http, (self.args, self.backend_addr))
 
     def _start_worker(self, worker_id):
         device = self.device_map[worker_id]
@@ -264,7 +271,7 @@ class BertServer(threading.Thread):
             if self.frontend in events:
                 if self._on_request(self.frontend.recv_multipart()):
                     self._stop_requested.set()
-            self.scheduler.dispatch(self._send_job)
+            self.scheduler.dispatch(self._send_batch)
             if time.monotonic() - last_check > 0.5:
                 last_check = time.monotonic()
                 self._check_children()
@@ -273,17 +280,17 @@ class BertServer(threading.Thread):
             self._send_error(job.client, job.req_id, 'the server stopped before this request '
                              'finished', 'server_shutdown')
 
-    def _send_job(self, name, job):
-        self.backend.send_multipart([name.encode(), JOB, job.client, job.req_id,
-                                     b'%d' % job.part] + job.frames, copy=False)
+    def _send_batch(self, name, batch_id, jobs):
+        self.backend.send_multipart([name.encode(), JOB] + batch_frames(batch_id, jobs),
+                                    copy=False)
 
     def _on_backend(self, frames):
         name, kind = frames[0].decode(), frames[1]
         if kind == DONE:
-            key = tuple(frames[2:4]) + (int(frames[4]),)
-            job = self.scheduler.complete(name, key)
-            if job is not None:
-                self.stat.record_job(name, job.num_rows, float(frames[5]) / 1000)
+            jobs = self.scheduler.complete(name, frames[2])
+            if jobs:
+                self.stat.record_job(name, sum(job.num_rows for job in jobs),
+                                     float(frames[3]) / 1000)
         elif kind == READY:
             self._on_ready(name, frames[2:])
         elif kind == STATS:
@@ -326,8 +333,9 @@ class BertServer(threading.Thread):
             self._check_capacity(int(msg_len))
             texts, is_tokenized = parse_payload(payload, int(msg_len))
             jobs, register = plan_request(client, req_id, texts, is_tokenized, self.tokenizer,
-                                          self.args.max_batch_size,
-                                          self.args.show_tokens_to_client, self.fixed_out_len)
+                                          self.args.max_batch_size, self.args.max_batch_tokens,
+                                          self.buckets, self.args.show_tokens_to_client,
+                                          self.fixed_out_len)
         except RequestError as error:
             self.logger.warning('rejected request %s from %r: %s', req_id.decode(), client[:40],
                                 error)
@@ -391,8 +399,11 @@ class BertServer(threading.Thread):
                 raise RuntimeError('the sink exited with code %s' % process.exitcode)
             self.logger.error('%s exited unexpectedly with code %s; starting a new one',
                               name, process.exitcode)
-            self._requeue_jobs(self.scheduler.remove_worker(name))
-            self._start_worker(int(name.split('-')[1]))
+            if name == 'HTTP':
+                self._start_http()
+            else:
+                self._requeue_jobs(self.scheduler.remove_worker(name))
+                self._start_worker(int(name.split('-')[1]))
 
     def _requeue_jobs(self, jobs):
         for job in jobs:

@@ -124,15 +124,25 @@ def get_args_parser():
     serving.add_argument('-port_out', '-port_result', type=int, default=5556,
                          help='port that publishes results to clients')
     serving.add_argument('-http_port', type=int, default=None,
-                         help='port for the HTTP API (not available yet)')
+                         help='port for the HTTP API; no HTTP API without it')
     serving.add_argument('-http_max_connect', type=int, default=10,
                          help='maximum concurrent HTTP requests')
+    serving.add_argument('-http_max_body_mb', type=float, default=100,
+                         help='maximum size of an HTTP request body in MiB; larger bodies get '
+                              '413 Content Too Large')
     serving.add_argument('-cors', type=str, default='*',
                          help='value of the Access-Control-Allow-Origin header of HTTP replies')
     serving.add_argument('-num_worker', type=int, default=1,
                          help='number of worker processes, each with its own copy of the model')
     serving.add_argument('-max_batch_size', type=int, default=256,
                          help='maximum sentences in one forward pass; larger requests are split')
+    serving.add_argument('-max_batch_tokens', type=int, default=8192,
+                         help='maximum sentences x padded length in one forward pass; bounds '
+                              'the memory of a batch of long sentences')
+    serving.add_argument('-coalesce_wait_ms', type=float, default=0,
+                         help='milliseconds a small batch may wait for jobs of other requests '
+                              'to join it while a worker is free; queued jobs are merged '
+                              'anyway while the workers are busy')
     serving.add_argument('-priority_batch_size', type=int, default=16,
                          help='requests with fewer sentences than this overtake queued larger ones')
     serving.add_argument('-cpu', action='store_true', default=False,
@@ -141,6 +151,9 @@ def get_args_parser():
                          help='compile the forward pass with XLA')
     serving.add_argument('-fp16', action='store_true', default=False,
                          help='compute in float16 on the GPU')
+    serving.add_argument('-bf16', action='store_true', default=False,
+                         help='compute the matmuls in bfloat16 (LayerNorm and softmax stay '
+                              'float32); fast on CPUs with AVX512-BF16 or AMX')
     serving.add_argument('-gpu_memory_fraction', type=float, default=0.5,
                          help='fraction of each GPU\'s memory that one worker may use, '
                               'from 0.0 to 1.0')
