@@ -61,6 +61,16 @@ def rss_mb(pid):
     return None
 
 
+def describe(pid):
+    """Name a process the server's status does not list, from its command line."""
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as f:
+            command = f.read().replace(b'\0', b' ').decode(errors='replace')
+    except OSError:
+        return str(pid)
+    return 'resource tracker' if 'resource_tracker' in command else 'pid %d' % pid
+
+
 def process_names(server_pid, client):
     """Name the server's processes from its status: VENTILATOR, SINK, WORKER-n."""
     names = {server_pid: 'VENTILATOR'}
@@ -134,7 +144,8 @@ def main(argv=None):
         while any(t.is_alive() for t in threads):
             time.sleep(1)
             elapsed = time.monotonic() - start
-            sample = {names.get(pid, str(pid)): rss_mb(pid) for pid in process_tree(server.pid)}
+            sample = {names.get(pid) or describe(pid): rss_mb(pid)
+                      for pid in process_tree(server.pid)}
             samples.append((elapsed, counters['sent'], sample))
             if baseline is None and counters['sent'] >= args.requests * args.warmup_fraction:
                 baseline = sample
