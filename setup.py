@@ -47,11 +47,15 @@ setup(
     long_description_content_type='text/markdown',
     license='MIT',
     python_requires='>=3.9',
-    packages=['bert_serving.client', 'bert_serving.server'],
+    packages=['bert_serving.client', 'bert_serving.server', 'bert_serving.server.http',
+              'bert_serving.server.train'],
     package_dir={
         'bert_serving.client': 'client/bert_serving/client',
         'bert_serving.server': 'server/bert_serving/server',
+        'bert_serving.server.http': 'server/bert_serving/server/http',
+        'bert_serving.server.train': 'server/bert_serving/server/train',
     },
+    package_data={'bert_serving.server.http': ['static/*.html']},
     install_requires=['pyzmq>=22', 'numpy>=1.21'],
     extras_require={
         'server': server_requires,

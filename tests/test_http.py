@@ -678,6 +678,152 @@ def test_port_in_use_fails_start():
     assert 'HTTP failed to start: cannot bind the HTTP port %d' % port in server.log
 
 
+# API keys (-http_api_key_file)
+
+API_KEYS = ['first-key_0123456789', 'second.key~ABC+/=']
+API_KEY_FILE = '# keys of the test server\n\n  %s  \n# a comment line\n%s\n' % tuple(API_KEYS)
+KEYED_REQUESTS = [('POST', '/encode', {'texts': ['hello']}),
+                  ('POST', '/v1/embeddings', {'input': 'hello', 'model': MODEL_ID}),
+                  ('GET', '/status/server', None),
+                  ('GET', '/metrics', None),
+                  ('GET', '/status/client', None),
+                  ('POST', '/tokenize', {'texts': ['hello']}),
+                  ('GET', '/v1/models', None),
+                  ('GET', '/no/such/path', None)]
+
+
+@pytest.fixture(scope='module')
+def keyed_server(tmp_path_factory):
+    key_file = tmp_path_factory.mktemp('keys') / 'api_keys.txt'
+    key_file.write_text(API_KEY_FILE, encoding='utf-8')
+    http_port = free_port()
+    server = ServerProcess('-http_port', str(http_port), '-http_api_key_file', str(key_file))
+    server.http_port = http_port
+    with http_client(http_port) as api:
+        wait_healthy(api)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def keyed_api(keyed_server):
+    with http_client(keyed_server.http_port) as client:
+        yield client
+
+
+def assert_unauthorized(response, *fragments):
+    assert response.status_code == 401, response.text
+    assert response.headers['www-authenticate'] == 'Bearer'
+    assert response.json() == {'error': {'message': response.json()['error']['message'],
+                                         'type': 'authentication_error', 'code': 401}}
+    for fragment in fragments:
+        assert fragment in response.json()['error']['message']
+
+
+@pytest.mark.parametrize('method, path, payload', KEYED_REQUESTS)
+def test_api_key_missing_or_wrong(keyed_api, method, path, payload):
+    missing = keyed_api.request(method, path, json=payload)
+    assert_unauthorized(missing, 'missing API key', 'Authorization: Bearer')
+    wrong = keyed_api.request(method, path, json=payload,
+                              headers={'Authorization': 'Bearer ' + API_KEYS[0][:-1]})
+    assert_unauthorized(wrong, 'invalid API key')
+    basic = keyed_api.request(method, path, json=payload,
+                              headers={'Authorization': 'Basic ' + API_KEYS[0]})
+    assert_unauthorized(basic, 'Bearer scheme')
+
+
+@pytest.mark.parametrize('method, path, payload', KEYED_REQUESTS[:4])
+def test_api_key_accepted(keyed_api, method, path, payload):
+    for key in API_KEYS:
+        for scheme in ('Bearer', 'bearer'):
+            response = keyed_api.request(method, path, json=payload,
+                                         headers={'Authorization': '%s %s' % (scheme, key)})
+            assert response.status_code == 200, response.text
+
+
+def test_api_key_not_read_from_query(keyed_api):
+    for name in ('key', 'api_key', 'access_token'):
+        response = keyed_api.get('/status/server', params={name: API_KEYS[0]})
+        assert_unauthorized(response, 'missing API key')
+
+
+def test_api_key_open_paths(keyed_api):
+    health = keyed_api.get('/health')
+    assert health.status_code == 200
+    assert health.json()['status'] == 'ok'
+    for path in ('/', '/docs', '/redoc', '/openapi.json', '/static-docs/swagger-ui.css'):
+        assert keyed_api.get(path).status_code == 200, path
+    assert_unauthorized(keyed_api.post('/health'))
+
+
+def test_api_key_large_body_gets_401(keyed_api):
+    body = json.dumps({'texts': ['x' * 1000] * 200}).encode()
+    response = keyed_api.post('/encode', content=body,
+                              headers={'Content-Type': 'application/json'})
+    assert_unauthorized(response, 'missing API key')
+
+
+def test_api_key_openapi_declares_bearer(keyed_api):
+    spec = keyed_api.get('/openapi.json').json()
+    assert spec['components']['securitySchemes']['bearerAuth'] == {
+        'type': 'http', 'scheme': 'bearer',
+        'description': "one of the keys in the server's -http_api_key_file"}
+    assert spec['security'] == [{'bearerAuth': []}]
+    assert spec['paths']['/health']['get']['security'] == []
+    assert '401' in spec['paths']['/v1/embeddings']['post']['responses']
+    assert '401' not in spec['paths']['/health']['get']['responses']
+
+
+def test_api_key_metrics_and_log(keyed_api, keyed_server):
+    headers = {'Authorization': 'Bearer ' + API_KEYS[1]}
+    errors = ('bert_serving_http_errors_total',
+              (('code', 'missing_api_key'), ('endpoint', '/encode')))
+    with http_client(keyed_server.http_port, headers=headers) as authorized:
+        before = read_metrics(authorized)
+        assert_unauthorized(keyed_api.post('/encode', json={'texts': ['a']}))
+        after = read_metrics(authorized)
+    assert after[errors] == before.get(errors, 0) + 1
+    assert any('-> 401: missing_api_key' in line for line in keyed_server.lines)
+    for key in API_KEYS:
+        assert key not in keyed_server.log
+
+
+def test_openai_client_with_api_key(keyed_server):
+    base_url = 'http://127.0.0.1:%d/v1' % keyed_server.http_port
+    client = openai.OpenAI(base_url=base_url, api_key=API_KEYS[0], max_retries=0,
+                           http_client=httpx.Client(trust_env=False))
+    response = client.embeddings.create(model=MODEL_ID, input=SENTENCES[:2])
+    assert len(response.data) == 2
+    assert len(response.data[0].embedding) == 384
+    assert [model.id for model in client.models.list()] == [MODEL_ID]
+    wrong = openai.OpenAI(base_url=base_url, api_key='not-a-key', max_retries=0,
+                          http_client=httpx.Client(trust_env=False))
+    with pytest.raises(openai.AuthenticationError, match='invalid API key'):
+        wrong.embeddings.create(model=MODEL_ID, input='x')
+
+
+def test_dashboard_with_api_key_in_chromium(browser, keyed_api, keyed_server):
+    base = 'http://127.0.0.1:%d' % keyed_server.http_port
+    text_of = lambda element_id: browser.find_element('id', element_id).text  # noqa: E731
+    browser.get(base + '/')
+    wait_for(lambda: 'missing API key' in text_of('error'))
+    assert '/#key=YOUR_KEY' in text_of('error')
+    assert text_of('health') == 'unavailable'
+
+    browser.get(base + '/#key=' + API_KEYS[1].replace('+', '%2B'))
+    browser.refresh()
+    wait_for(lambda: text_of('model-id') == MODEL_ID)
+    wait_for(lambda: text_of('health') == 'ready')
+    wait_for(lambda: text_of('encode-requests').isdigit())
+    count = int(text_of('encode-requests'))
+    headers = {'Authorization': 'Bearer ' + API_KEYS[0]}
+    assert keyed_api.post('/encode', json={'texts': SENTENCES}, headers=headers).status_code == 200
+    wait_for(lambda: int(text_of('encode-requests')) >= count + 1)
+    wait_for(lambda: 'WORKER-0' in text_of('workers'))
+    assert text_of('error') == ''
+    assert outside_requests(browser, base) == []
+
+
 # The HTTP process against a scripted ventilator and sink
 
 
@@ -883,3 +1029,34 @@ def test_invalid_limits_send_failed(scripted):
     server = scripted(curve_secret_key='server.key_secret')
     assert server.wait_control()[1].startswith(b'-http_port cannot be combined with '
                                                b'-curve_secret_key')
+
+
+def test_api_key_file_errors_send_failed(scripted, tmp_path):
+    missing = tmp_path / 'missing.txt'
+    server = scripted('-http_api_key_file', str(missing))
+    kind, message = server.wait_control()
+    assert kind == b'FAILED'
+    assert message.decode() == ('cannot read -http_api_key_file %s: No such file or directory'
+                                % missing)
+
+    empty = tmp_path / 'empty.txt'
+    empty.write_text('# no keys yet\n\n   \n', encoding='utf-8')
+    server = scripted('-http_api_key_file', str(empty))
+    assert server.wait_control() == [b'FAILED', b'-http_api_key_file %s contains no key: write '
+                                                b'one key per line' % str(empty).encode()]
+
+    spaced = tmp_path / 'spaced.txt'
+    spaced.write_text('good-key\nsecret with spaces\n', encoding='utf-8')
+    server = scripted('-http_api_key_file', str(spaced))
+    kind, message = server.wait_control()
+    assert kind == b'FAILED'
+    assert message.startswith(b'invalid key on line 2 of -http_api_key_file')
+    assert b'secret' not in message
+
+
+def test_api_key_file_error_stops_server(tmp_path):
+    missing = tmp_path / 'missing.txt'
+    server = ServerProcess('-http_port', str(free_port()), '-http_api_key_file', str(missing),
+                           wait=False)
+    assert server.wait_exit(120) == 1
+    assert 'HTTP failed to start: cannot read -http_api_key_file %s' % missing in server.log

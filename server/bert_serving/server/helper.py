@@ -130,6 +130,10 @@ def get_args_parser():
     serving.add_argument('-http_max_body_mb', type=float, default=100,
                          help='maximum size of an HTTP request body in MiB; larger bodies get '
                               '413 Content Too Large')
+    serving.add_argument('-http_api_key_file', type=str, default=None,
+                         help='file of API keys for the HTTP API, one per line; blank lines and '
+                              'lines starting with # are skipped. With it, every endpoint but '
+                              'GET /health requires the header Authorization: Bearer <key>')
     serving.add_argument('-cors', type=str, default='*',
                          help='value of the Access-Control-Allow-Origin header of HTTP replies')
     serving.add_argument('-num_worker', type=int, default=1,
