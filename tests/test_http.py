@@ -72,14 +72,19 @@ def assert_error(response, status, code=None, *fragments):
     return error
 
 
-@pytest.fixture(scope='module')
-def http_server():
+def start_http_server(*flags):
+    """Start a server with the HTTP API on a free port and wait until /health is 200."""
     http_port = free_port()
-    server = ServerProcess('-http_port', str(http_port), '-http_max_body_mb', '1',
-                           '-max_batch_size', '64')
+    server = ServerProcess('-http_port', str(http_port), *flags)
     server.http_port = http_port
     with http_client(http_port) as api:
         wait_healthy(api)
+    return server
+
+
+@pytest.fixture(scope='module')
+def http_server():
+    server = start_http_server('-http_max_body_mb', '1', '-max_batch_size', '64')
     yield server
     server.stop()
 
@@ -696,11 +701,7 @@ KEYED_REQUESTS = [('POST', '/encode', {'texts': ['hello']}),
 def keyed_server(tmp_path_factory):
     key_file = tmp_path_factory.mktemp('keys') / 'api_keys.txt'
     key_file.write_text(API_KEY_FILE, encoding='utf-8')
-    http_port = free_port()
-    server = ServerProcess('-http_port', str(http_port), '-http_api_key_file', str(key_file))
-    server.http_port = http_port
-    with http_client(http_port) as api:
-        wait_healthy(api)
+    server = start_http_server('-http_api_key_file', str(key_file))
     yield server
     server.stop()
 
