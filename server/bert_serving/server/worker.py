@@ -171,7 +171,10 @@ def run_worker(worker_id, spec, args, device_id, num_cpu_threads, backend_addr, 
         context.term()
         return
 
-    credit = max(1, args.prefetch_size if device_id >= 0 else 1)
+    # A CPU worker holds one batch ahead, so that it never idles while the ventilator
+    # answers its DONE; more would keep queued jobs from merging and small requests from
+    # overtaking. GPU workers hold -prefetch_size batches, as in 1.10.0.
+    credit = max(1, args.prefetch_size if device_id >= 0 else 2)
     backend.send_multipart([READY, json.dumps({'credit': credit, 'device': device_id}).encode()])
     logger.info('ready and listening')
 
