@@ -388,6 +388,11 @@ def write_report(r, path):
                      'XLA and %.2fx with `-xla`. It adds two ZeroMQ hops, tokenization in the '
                      'ventilator and the sink to a forward pass of one sentence.'
                      % (latency_ratio, xla_ratio))
+    if r['server_xla_speed'] < r['server_fp32_speed']:
+        lines.append('- `-xla` is for latency, not bulk: its batches are padded to a few '
+                     'compiled shapes (row counts in powers of 4, lengths in powers of 2), so '
+                     'bulk throughput falls to %.2fx of plain float32.'
+                     % (r['server_xla_speed'] / r['server_fp32_speed']))
     if r['ready_seconds'] > 15:
         lines.append('- Start-up took %.1f s; most of it is importing TensorFlow in the worker.'
                      % r['ready_seconds'])
