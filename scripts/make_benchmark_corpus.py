@@ -2,7 +2,7 @@
 
 The sentences are generated from a small hand-written grammar with a fixed seed, in English
 (about two thirds) and Chinese (about one third), from about 5 to about 120 WordPiece tokens,
-so that the benchmark sees the mix of short and long text that real traffic has.
+so that the benchmark gets the mix of short and long text that real traffic has.
 
     python scripts/make_benchmark_corpus.py
 """

@@ -16,7 +16,7 @@ def describe(parser):
     for action in parser._actions:
         if not action.option_strings or action.dest == 'help':
             continue
-        # Switches (store_true / store_false) take no value, so their default says nothing.
+        # Switches (store_true / store_false) take no value, so their default is left blank.
         default = '' if action.nargs == 0 or action.default is None else repr(action.default)
         help_text = (action.help or '').replace('|', '\\|')
         lines.append('| `%s` | %s | %s |' % (' '.join(action.option_strings), default, help_text))

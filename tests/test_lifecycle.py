@@ -52,7 +52,8 @@ def test_unknown_layout_is_rejected(tmp_path):
     (tmp_path / 'weights.bin').write_bytes(b'\0')
     result = run_start('-model_dir', str(tmp_path))
     assert result.returncode != 0
-    assert 'config.json' in result.stderr and 'bert_config.json' in result.stderr
+    assert 'config.json' in result.stderr
+    assert 'bert_config.json' in result.stderr
 
 
 def test_busy_port_fails_with_message():

@@ -221,7 +221,8 @@ def test_two_workers_serve(two_worker_server, reference):
         vectors = bc.encode(sentences * 10)
     assert np.abs(vectors - np.tile(expected, (10, 1))).max() < TOLERANCE
     log = two_worker_server.log
-    assert 'WORKER-0' in log and 'WORKER-1' in log
+    assert 'WORKER-0' in log
+    assert 'WORKER-1' in log
 
 
 def test_text_empty_after_cleaning_is_encoded(client):

@@ -14,8 +14,8 @@ The sink publishes each reply (PUB to SUB, topic = client identity) as
 
 The header carries `dtype` and `shape` of the row-major array buffer and `tokens` (a list of
 token lists, or '' when the server does not show tokens). An error reply is an encode reply
-whose header has an `error` object instead of `dtype` and whose buffer frame is empty; the
-original 1.10.0 client has no notion of it and raises a KeyError on the missing `dtype`.
+whose header has an `error` object instead of `dtype` and whose buffer frame is empty. The
+original 1.10.0 client has no notion of it, so it raises a KeyError on the missing `dtype`.
 """
 import json
 
