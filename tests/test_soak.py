@@ -1,4 +1,4 @@
-"""A short run of scripts/soak.py: every request is answered and memory stays bounded."""
+"""A short run of scripts/soak.py: every request gets a reply and memory stays bounded."""
 import json
 import os
 import subprocess
@@ -17,7 +17,7 @@ def test_short_soak_answers_everything(tmp_path):
     assert summary['ok'] + summary['rejected'] == 400
     assert summary['rejected'] > 0  # the invalid requests the script sends on purpose
     growth = summary['growth_mb']
-    # The ventilator and the sink hold no per-request state once a request is answered.
+    # The ventilator and the sink hold no per-request state once a request has its reply.
     assert growth['VENTILATOR'] < 8
     assert growth['SINK'] < 8
     # TensorFlow and oneDNN cache buffers per batch shape, so the worker grows while new

@@ -9,7 +9,7 @@ Process layout (all internal sockets are ipc:// files in a private temporary dir
                                                   v
                                                clients (SUB, topic = client identity)
 
-The ventilator runs in the server's main process and does not import TensorFlow; each worker
+The ventilator runs in the server's main process and does not import TensorFlow. Each worker
 is a separate process with its own TensorFlow runtime and model copy. Workers ask for work
 by credit, so queued jobs stay in the ventilator, where small requests can overtake large
 ones and where the jobs of a worker that dies can be sent to another.
@@ -289,7 +289,7 @@ class BertServer(threading.Thread):
         if kind == DONE:
             jobs = self.scheduler.complete(name, frames[2])
             if jobs:
-                self.stat.record_job(name, sum(job.num_rows for job in jobs),
+                self.stat.record_batch(name, sum(job.num_rows for job in jobs),
                                      float(frames[3]) / 1000)
         elif kind == READY:
             self._on_ready(name, frames[2:])

@@ -71,7 +71,7 @@ def check_max_seq_len(value):
 def get_args_parser():
     parser = argparse.ArgumentParser(
         prog='bert-serving-start',
-        description='Start a BERT sentence-encoding service that answers BertClient over ZeroMQ.')
+        description='Start a BERT sentence-encoding service for BertClient over ZeroMQ.')
 
     paths = parser.add_argument_group('File paths', 'where the model is read from')
     paths.add_argument('-model_dir', type=str, default=None,

@@ -2,7 +2,7 @@
 
 Keys are the certificate files of `zmq.auth`: `NAME.key` contains a public key and
 `NAME.key_secret` a public and a secret key. The server takes its own secret key file and a
-directory of the public key files of the clients it accepts; each client takes the
+directory of the public key files of the clients it accepts. Each client takes the
 server's public key file and its own secret key file. A client whose key is not in the
 directory never completes the handshake, so it cannot send requests or read results.
 """

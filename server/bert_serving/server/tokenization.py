@@ -139,10 +139,10 @@ class BertTokenizer:
         self.unk_id = self.vocab[UNK]
         self.max_seq_len = max_seq_len
         self.no_special_token = no_special_token
-        # encode_texts reads at most this many characters of a text. A token takes at least
-        # one character and a word of over 100 characters is one [UNK], so the cut changes
-        # the result only for text padded with very long runs of whitespace or control
-        # characters, and it keeps a 10 MB string from stalling the ventilator.
+        # encode_texts reads at most this many characters of a text, which keeps a 10 MB
+        # string from stalling the ventilator. Words of up to 100 characters and a space
+        # need fewer than 128 characters per token. So the cut changes the result only for
+        # text with long runs of whitespace or control characters, or many longer words.
         self.max_chars = max(65_536, 128 * max_seq_len)
         self.normalize = _ClassicNormalizer(do_lower_case)
 

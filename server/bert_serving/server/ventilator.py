@@ -1,7 +1,7 @@
-"""What the ventilator does with one request: validate it, tokenize it, cut it into jobs.
+"""Request handling in the ventilator: validation, tokenization and cutting into jobs.
 
 The ventilator tokenizes in the main process, so workers receive ready-made int32 arrays
-and spend their time on the forward pass only, and tokenizing the next request overlaps
+and spend their time on the forward pass only. Tokenizing the next request also overlaps
 the forward pass of the current one. `batching` cuts the tokenized request into jobs of
 similar length; the sink puts the rows back in request order.
 """
@@ -130,8 +130,8 @@ class ServerStatistic:
         self.workers = {}  # worker name -> {'num_job', 'num_sentence', 'busy_seconds'}
         self.batch_sizes = {}  # bucket upper bound (as a string) -> number of jobs
 
-    def record_job(self, worker, num_rows, busy_seconds):
-        """Count one finished job of `num_rows` sentences that kept `worker` busy."""
+    def record_batch(self, worker, num_rows, busy_seconds):
+        """Count one finished batch of `num_rows` sentences that kept `worker` busy."""
         stats = self.workers.setdefault(worker, {'num_job': 0, 'num_sentence': 0,
                                                  'busy_seconds': 0.0})
         stats['num_job'] += 1

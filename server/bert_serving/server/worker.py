@@ -9,7 +9,7 @@ takes jobs of padded token ids from the ventilator and pushes each result to the
     worker -> sink:        [RESULT, client, request id, part, array header, array buffer]
                            [ERROR, client, request id, json]
 
-A batch may hold jobs of several requests; the worker runs it as one forward pass and
+A batch may contain jobs of several requests. The worker runs it as one forward pass and
 sends each job's rows to the sink on its own. Each DONE returns one unit of credit, and the
 ventilator sends a worker no more batches than it holds credit for, so jobs queue in the
 ventilator, where they can be prioritised and merged.
@@ -171,9 +171,9 @@ def run_worker(worker_id, spec, args, device_id, num_cpu_threads, backend_addr, 
         context.term()
         return
 
-    # A CPU worker holds one batch ahead, so that it never idles while the ventilator
-    # answers its DONE; more would keep queued jobs from merging and small requests from
-    # overtaking. GPU workers hold -prefetch_size batches, as in 1.10.0.
+    # A CPU worker keeps one batch queued ahead, so that it never idles while the ventilator
+    # processes its DONE. More would keep queued jobs from merging and small requests from
+    # overtaking. GPU workers queue -prefetch_size batches, as in 1.10.0.
     credit = max(1, args.prefetch_size if device_id >= 0 else 2)
     backend.send_multipart([READY, json.dumps({'credit': credit, 'device': device_id}).encode()])
     logger.info('ready and listening')
